@@ -1,0 +1,1 @@
+"""Benchmarks (speed and memory), run by `make bench`; never part of `make test`."""

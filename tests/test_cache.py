@@ -1,0 +1,175 @@
+"""Tests of smoothpin.cache: hits and misses by configuration, damaged entries detected and
+recomputed (never loaded), atomic writes, failing computations leave entries intact."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import smoothpin
+from smoothpin.cache import cache_key, cached, default_cache_dir
+from smoothpin.nets import ScoreMLP
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These tests use small tensors: on a loaded 2-core machine intra-op threading makes them up
+    # to 30x slower (threads wait on each other); one thread is fast either way. Restored after.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Counter:
+    """compute_fn that returns a different tensor on every call, so a reload is distinguishable
+    from a recomputation."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return {"value": torch.full((3,), float(self.calls), dtype=torch.float64), "calls": self.calls}
+
+
+def _entry(d):
+    files = [f for f in os.listdir(d) if f.endswith(".pt")]
+    assert len(files) == 1
+    return os.path.join(d, files[0])
+
+
+def test_miss_then_hit_and_changed_config_misses(tmp_path):
+    f = Counter()
+    key = {"width": 32, "lr": 1e-3, "widths": [1, 2], "nested": {"seed": 0}}
+    a = cached(key, f, directory=tmp_path)
+    b = cached(dict(reversed(list(key.items()))), f, directory=tmp_path)  # key order is irrelevant
+    assert f.calls == 1 and torch.equal(a["value"], b["value"]) and b["calls"] == 1
+    cached({**key, "lr": 2e-3}, f, directory=tmp_path)
+    assert f.calls == 2
+    cached(key, f, directory=tmp_path, dtype=torch.float16)  # default dtype is float32
+    cached(key, f, directory=tmp_path, device="meta")
+    assert f.calls == 4
+    assert cache_key(key) != cache_key({**key, "nested": {"seed": 1}})
+    cached(key, f, directory=tmp_path, refresh=True)
+    assert f.calls == 5
+
+
+def test_library_version_is_part_of_the_key(tmp_path, monkeypatch):
+    f = Counter()
+    cached({"a": 1}, f, directory=tmp_path)
+    monkeypatch.setattr(smoothpin, "__version__", smoothpin.__version__ + ".dev1")
+    cached({"a": 1}, f, directory=tmp_path)
+    assert f.calls == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_payload", "empty", "header_only"])
+def test_damaged_entry_is_detected_deleted_and_recomputed(tmp_path, damage):
+    f = Counter()
+    cached({"a": 1}, f, directory=tmp_path)
+    path = _entry(tmp_path)
+    blob = open(path, "rb").read()
+    if damage == "truncate":  # a write killed half way (without the atomic rename)
+        blob = blob[: len(blob) // 2]
+    elif damage == "garbage":
+        blob = os.urandom(len(blob))
+    elif damage == "flip_payload":
+        i = len(blob) - 20
+        blob = blob[:i] + bytes([blob[i] ^ 0xFF]) + blob[i + 1:]
+    elif damage == "empty":
+        blob = b""
+    else:
+        blob = blob[:56]
+    with open(path, "wb") as fh:
+        fh.write(blob)
+    out = cached({"a": 1}, f, directory=tmp_path)
+    assert f.calls == 2 and out["calls"] == 2  # recomputed, the damaged file was not loaded
+    assert cached({"a": 1}, f, directory=tmp_path)["calls"] == 2  # and the new entry is good
+
+
+def test_entry_under_another_key_is_not_loaded(tmp_path):
+    f = Counter()
+    cached({"a": 1}, f, directory=tmp_path)
+    src = _entry(tmp_path)
+    dst = os.path.join(tmp_path, cache_key({"a": 2}) + ".pt")
+    os.replace(src, dst)  # valid checksum, wrong configuration inside
+    assert cached({"a": 2}, f, directory=tmp_path)["calls"] == 2
+
+
+def test_failing_computation_leaves_existing_entry_intact(tmp_path, monkeypatch):
+    f = Counter()
+    cached({"a": 1}, f, directory=tmp_path)
+    before = open(_entry(tmp_path), "rb").read()
+
+    def boom():
+        raise RuntimeError("training diverged")
+
+    with pytest.raises(RuntimeError):
+        cached({"a": 1}, boom, directory=tmp_path, refresh=True)
+    # a crash between writing the temporary file and the rename
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):
+        cached({"a": 1}, f, directory=tmp_path, refresh=True)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(_entry(tmp_path))]  # no temp files
+    assert open(_entry(tmp_path), "rb").read() == before
+    assert cached({"a": 1}, f, directory=tmp_path)["calls"] == 1
+
+
+def test_process_killed_during_write_never_yields_a_bad_entry(tmp_path):
+    # A child process writes a large entry and is killed with SIGKILL while writing; afterwards
+    # the entry is either absent or complete, and a leftover temporary file is ignored.
+    code = (
+        "import sys, torch, smoothpin.cache as c\n"
+        "c.cached({'big': 1}, lambda: {'x': torch.zeros(4_000_000, dtype=torch.float64)},"
+        " directory=sys.argv[1])\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    try:
+        for _ in range(400):  # kill as soon as the temporary file appears
+            if any(n.endswith(".tmp") for n in os.listdir(tmp_path)) or p.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.01"])
+        p.kill()
+    finally:
+        p.wait()
+    out = cached({"big": 1}, lambda: {"x": torch.ones(2, dtype=torch.float64)}, directory=tmp_path)
+    assert out["x"].shape in {(4_000_000,), (2,)}
+    if out["x"].shape == (4_000_000,):
+        assert bool((out["x"] == 0).all())
+
+
+def test_state_dict_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = ScoreMLP(2, 8, 2).double()
+    state = cached({"net": "mlp"}, lambda: net.state_dict(), directory=tmp_path)
+    state = cached({"net": "mlp"}, lambda: None, directory=tmp_path)
+    other = ScoreMLP(2, 8, 2).double()
+    other.load_state_dict(state)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    assert torch.equal(net(x, 0.5), other(x, 0.5))
+
+
+def test_tensor_in_key_and_bad_keys(tmp_path):
+    f = Counter()
+    w = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    cached({"w": w}, f, directory=tmp_path)
+    cached({"w": w.clone()}, f, directory=tmp_path)
+    cached({"w": torch.tensor([0.4, 0.6], dtype=torch.float64)}, f, directory=tmp_path)
+    assert f.calls == 2
+    with pytest.raises(ValueError, match="key"):
+        cached({"f": lambda: 0}, f, directory=tmp_path)
+    with pytest.raises(ValueError, match="key"):
+        cached({"x": float("nan")}, f, directory=tmp_path)
+    with pytest.raises(ValueError, match="key"):
+        cached([1, 2], f, directory=tmp_path)
+
+
+def test_default_directory_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMOOTHPIN_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    cached({"a": 1}, Counter())
+    assert len(os.listdir(tmp_path / "c")) == 1
+    monkeypatch.delenv("SMOOTHPIN_CACHE")
+    assert default_cache_dir().name == ".smoothpin_cache"
