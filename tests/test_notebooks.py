@@ -45,3 +45,17 @@ def test_chapter_pair_in_sync_and_executed(chapter):
             assert "execution" not in cell.metadata, f"{chapter} cell {i} carries timing metadata"
             errors = [o for o in cell.outputs if o.output_type == "error"]
             assert not errors, f"{chapter} cell {i} saved an error output"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_display_math_is_a_block(chapter):
+    """A `$$` display block glued to the line before it is not parsed as math by MyST (it renders as
+    raw TeX, see tests/test_site.py); require a blank line before each opening `$$`."""
+    lines = (ROOT / f"{chapter}.md").read_text(encoding="utf-8").splitlines()
+    inside, bad = False, []
+    for i, line in enumerate(lines):
+        if line.strip() == "$$":
+            if not inside and i and lines[i - 1].strip():
+                bad.append(i + 1)
+            inside = not inside
+    assert not bad, f"{chapter}.md: put a blank line before the `$$` on line(s) {bad}"

@@ -52,10 +52,11 @@ def check_page(page: Path, root: Path) -> list[str]:
             target = (page.parent / urlparse(src).path).resolve()
             if not target.is_file():
                 problems.append(f"{rel}: missing image {src}")
-    if refs.math and not any("mathjax/tex-chtml.js" in s for s in refs.scripts):
+    if refs.math and not any(urlparse(s).path.endswith("mathjax/tex-chtml.js") for s in refs.scripts):
         problems.append(f"{rel}: has math but does not load the local MathJax")
-    if refs.widget_views and not (any(s.endswith("require.js") for s in refs.scripts)
-                                  and any(s.endswith("embed-amd.js") for s in refs.scripts)):
+    paths = [urlparse(s).path for s in refs.scripts]
+    if refs.widget_views and not (any(p.endswith("/require.js") for p in paths)
+                                  and any(p.endswith("/embed-amd.js") for p in paths)):
         problems.append(f"{rel}: has saved widgets but not the vendored require.js/embed-amd.js")
     return problems
 
