@@ -41,11 +41,15 @@ def as_tensor_like(x, like=None, name="x"):
 
     ``like`` may be a tensor (its dtype/device are used) or None (tensors keep their dtype/device,
     other inputs get torch's default float dtype on the CPU). Integer tensors become the default
-    float dtype. Raises ValueError for complex or non-numeric input.
+    float dtype. Python numbers and sequences are built directly in ``like``'s dtype (building them
+    in float32 first would turn 0.05 into 0.05000000074505806 in float64).
+    Raises ValueError for complex or non-numeric input.
     """
     try:
         if isinstance(x, torch.Tensor):
             t = x
+        elif like is not None and not isinstance(x, complex):
+            t = torch.as_tensor(x, dtype=like.dtype, device=like.device)
         else:
             t = torch.as_tensor(x)
     except (TypeError, RuntimeError, ValueError) as e:
