@@ -43,6 +43,9 @@ def gauss_hermite_nodes(n_nodes, dim, dtype=torch.float64, device=None):
     if n_nodes ** dim > 2_000_000:
         raise ValueError(f"n_nodes: a {n_nodes}^{dim} grid is too large; use method='mc' in dimension {dim}")
     z1, w1 = np.polynomial.hermite_e.hermegauss(n_nodes)
+    if not (np.isfinite(z1).all() and np.isfinite(w1).all() and (w1 > 0).all()):
+        raise ValueError(f"n_nodes: numpy's Hermite rule is not finite for n_nodes = {n_nodes} "
+                         "(it overflows beyond ~350); use fewer nodes")
     z1 = torch.as_tensor(z1, dtype=dtype, device=device)
     lw1 = torch.as_tensor(np.log(w1 / math.sqrt(2 * math.pi)), dtype=dtype, device=device)
     z = torch.cartesian_prod(*([z1] * dim)).reshape(-1, dim)

@@ -53,7 +53,9 @@ def _pass(x, P, kernel, tp, want_lp=True, want_e=True, want_r=False):
     Layout: points on the last axis. For d <= 8 the coordinates are looped over on (K, chunk) planes
     (about 3x faster than (K, d, chunk) blocks, whose tiny middle-axis sums are slow); otherwise
     blocks. The rotations are one matrix product each way. Chunks keep intermediates in cache and
-    memory bounded whatever N is. Returns [log p (N,)], [sum_k r_k Q_k e_k (N, d)], [r (N, K)].
+    memory bounded whatever N is; results go straight into preallocated outputs (per-chunk pieces
+    kept alive between the intermediates fragment the CPU heap: peak memory was up to 4x the output).
+    Returns [log p (N,)], [sum_k r_k Q_k e_k (N, d)], [r (N, K)].
     """
     N, d = x.shape
     K, Q = P["lam"].shape[0], P["Q"]
@@ -61,7 +63,8 @@ def _pass(x, P, kernel, tp, want_lp=True, want_e=True, want_r=False):
     step = max(256, (1 << 17) // (K if planes else K * d))
     sh = (1, -1) if planes else (1, 1, -1)
     xT, logw = x.T, P["logw"][:, None]
-    lps, es, rs = [], [], []
+    new = lambda *shape: torch.empty(shape, dtype=x.dtype, device=x.device)
+    lps, es, rs = (new(N) if want_lp else None), (new(N, d) if want_e else None), (new(N, K) if want_r else None)
     for i in range(0, N, step):
         tc = {k: v[i:i + step].reshape(sh) if isinstance(v, torch.Tensor) and v.dim() else v
               for k, v in tp.items()}
@@ -74,17 +77,26 @@ def _pass(x, P, kernel, tp, want_lp=True, want_e=True, want_r=False):
         else:
             quad, extra, eb = kernel(xr, P["mu_rot"][:, :, None], P["lam"][:, :, None], tc, want_e)
             logits = logw + extra.sum(1) - 0.5 * quad.sum(1)
-        lp = torch.logsumexp(logits, 0)
-        r = torch.exp(logits - lp)
-        want_lp and lps.append(lp)
-        want_r and rs.append(r.T)
+        # r = softmax, normalised by its own sum: exp(logits - logsumexp) is not normalised when
+        # |log p| >> 1 / eps (float32 near t = 0: logits ~ -1e9 and lp rounds to the max logit).
+        m = logits.amax(0)
+        r = torch.exp(logits - m)
+        tot = r.sum(0)
+        r = r / tot
+        lp = m + torch.log(tot)
+        j = i + lp.shape[0]
+        if want_lp:
+            lps[i:j] = lp
+        if want_r:
+            rs[i:j] = r.T
         if want_e:
             if planes and Q is None:
-                es.append(torch.stack([(r * p[2]).sum(0) for p in parts], 1))
+                for c, p in enumerate(parts):
+                    es[i:j, c] = (r * p[2]).sum(0)
                 continue
             re = torch.stack([r * p[2] for p in parts], 1) if planes else r[:, None, :] * eb
-            es.append((re.sum(0) if Q is None else P["QcT"] @ re.reshape(K * d, -1)).T)
-    out = [torch.cat(o) for o, w in ((lps, want_lp), (es, want_e), (rs, want_r)) if w]
+            es[i:j] = (re.sum(0) if Q is None else P["QcT"] @ re.reshape(K * d, -1)).T
+    out = [o for o in (lps, es, rs) if o is not None]
     return out[0] if len(out) == 1 else out
 
 
@@ -195,8 +207,8 @@ class GaussianMixture:
         if not score:
             return out
         if not (logp or resp):
-            return -out
-        out[int(logp)] = -out[int(logp)]
+            return out.neg_()                       # fresh from _pass: negate in place
+        out[int(logp)].neg_()
         return out
 
     def log_prob(self, x):
@@ -324,15 +336,17 @@ class MixtureWell(_Target):
     """gamma(x) = sum_k exp(-|x - mu_k|^2 / (2 variance)), mu_k in {-s, s} x {-2s, ..., 2s}.
 
     ln Z = ln(K (2 pi variance)^{d/2}) = ln pi for the defaults (K = 10, variance = 0.05), the
-    convention of the DDS code. ``mixture`` is the normalised GaussianMixture (equal weights).
+    convention of the DDS code. ``mixture`` is the normalised GaussianMixture (equal weights), held in
+    float64 so that evaluations in float64 are exact (they follow x's dtype); ``dtype`` (default:
+    torch's default) is the dtype of ``sample``.
     """
 
     def __init__(self, variance=0.05, spacing=1.0, dtype=None):
         check_positive("variance", variance)
         check_positive("spacing", spacing)
-        s, dt = float(spacing), dtype or torch.get_default_dtype()
-        mu = torch.tensor([[a * s, b * s] for a in (-1, 1) for b in (-2, -1, 0, 1, 2)], dtype=dt)
-        self.mixture = GaussianMixture.isotropic(torch.full((10,), 0.1, dtype=dt), mu, variance)
+        s, self._dtype = float(spacing), dtype or torch.get_default_dtype()
+        mu = torch.tensor([[a * s, b * s] for a in (-1, 1) for b in (-2, -1, 0, 1, 2)], dtype=torch.float64)
+        self.mixture = GaussianMixture.isotropic(torch.full((10,), 0.1, dtype=torch.float64), mu, variance)
         self.dim, self.log_Z = 2, math.log(10 * 2 * math.pi * variance)
 
     _log_gamma = lambda self, x: self.mixture._eval(x.reshape(-1, 2), score=False).reshape(x.shape[:-1]) + self.log_Z
@@ -340,8 +354,8 @@ class MixtureWell(_Target):
     mean = property(lambda self: self.mixture.mean)
     covariance = property(lambda self: self.mixture.covariance)
 
-    def sample(self, n, generator=None):
-        return self.mixture.sample(n, generator)
+    def sample(self, n, generator=None, dtype=None, device=None):
+        return self.mixture.sample(n, generator).to(dtype=dtype or self._dtype, device=device)
 
 
 class Banana(_Target):

@@ -1,0 +1,243 @@
+"""Tests of smoothpin.bounds against closed forms and quadrature.
+
+gaussian_kl against torch.distributions.kl_divergence; ou_kl_to_invariant_gaussian against the
+closed form of DESIGN.md section 3, (d/2)(v - 1 - ln v) + a^2 |m|^2 / 2 (and its sigma != 1
+version, written here); the Gaussian log-Sobolev contraction KL(p_t || phi) <= e^{-2 B(t)} KL(pi || phi)
+and de Bruijn's identity on a 2-D mixture, with KL(p_t || phi) by midpoint quadrature of the exact
+densities (metrics.kl_quadrature_2d, itself checked here against the Gaussian closed form);
+kl_from_score_error against integrals done by hand; Pinsker against a quadrature TV. float64.
+"""
+import math
+
+import pytest
+import torch
+
+import smoothpin as sp
+
+D64 = torch.float64
+TD = torch.distributions
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def spd(d, seed):
+    A = torch.randn(d, d, generator=_gen(seed), dtype=D64)
+    return A @ A.T / d + 0.3 * torch.eye(d, dtype=D64)
+
+
+def mvn(m, S):
+    return TD.MultivariateNormal(m, covariance_matrix=S)
+
+
+def B_of(process, t):
+    """int_0^t beta from the schedule's definition (constant, or linear beta_min -> beta_max on [0, T])."""
+    return process.beta * t + (process.beta_max - process.beta) * t * t / (2 * process.T)
+
+
+# --------------------------------------------------------------------------- Gaussian KL
+
+@pytest.mark.parametrize("d", [1, 2, 5])
+def test_gaussian_kl_matches_torch_distributions(d):
+    m0, m1 = torch.randn(d, generator=_gen(1), dtype=D64), torch.randn(d, generator=_gen(2), dtype=D64)
+    S0, S1 = spd(d, 3), spd(d, 4)
+    kl = sp.gaussian_kl(m0, S0, m1, S1)
+    ref = TD.kl_divergence(mvn(m0, S0), mvn(m1, S1))
+    assert kl.dtype == D64 and kl.shape == ()
+    assert abs(float(kl - ref)) < 1e-12 * (1 + float(ref))
+    assert abs(float(sp.gaussian_kl(m0, S0, m0, S0))) < 1e-13                      # KL(p || p) = 0
+    # isotropic (float) and diagonal ((d,)) covariances mean the same as the full matrices
+    v = torch.rand(d, generator=_gen(5), dtype=D64) + 0.5
+    full = sp.gaussian_kl(m0, torch.diag(v), m1, 1.7 * torch.eye(d, dtype=D64))
+    assert abs(float(sp.gaussian_kl(m0, v, m1, 1.7) - full)) < 1e-13
+    ref = TD.kl_divergence(mvn(m0, torch.diag(v)), mvn(m1, 1.7 * torch.eye(d, dtype=D64)))
+    assert abs(float(full - ref)) < 1e-12 * (1 + float(ref))
+    k32 = sp.gaussian_kl(m0.float(), S0.float(), m1.float(), S1.float())
+    assert k32.dtype == torch.float32 and abs(float(k32) - float(kl)) < 1e-5 * (1 + float(kl))
+
+
+@pytest.mark.parametrize("d", [1, 3])
+@pytest.mark.parametrize("s2", [0.25, 4.0])
+def test_ou_kl_to_invariant_gaussian_closed_form(d, s2):
+    # DESIGN.md: sigma = beta = 1, a = e^{-t}, v = a^2 s^2 + 1 - a^2:
+    # KL(p_t || N(0, I)) = (d/2)(v - 1 - ln v) + a^2 |m|^2 / 2
+    m = torch.linspace(-1.0, 2.0, d, dtype=D64)
+    ou = sp.OU(T=5.0)
+    for t in (0.0, 0.1, 1.0, 3.0):
+        a = math.exp(-t)
+        v = a * a * s2 + 1 - a * a
+        expect = 0.5 * d * (v - 1 - math.log(v)) + 0.5 * a * a * float(m @ m)
+        for cov in (s2, s2 * torch.eye(d, dtype=D64)):
+            kl = sp.ou_kl_to_invariant_gaussian(m, cov, t, ou)
+            assert abs(float(kl) - expect) < 1e-13 * (1 + expect), (t, cov)
+
+
+@pytest.mark.parametrize("process", [sp.OU(sigma=1.3, beta=0.7, T=3.0), sp.OU.linear(0.1, 10.0, sigma=0.8, T=1.0)],
+                         ids=["ou", "linear"])
+def test_ou_kl_to_invariant_gaussian_general(process):
+    m, s2, d = torch.tensor([0.5, -1.0, 2.0], dtype=D64), 0.6, 3
+    S, sig2 = spd(d, 6), process.sigma ** 2
+    for t in (0.0, 0.2, 0.7, process.T):
+        a = math.exp(-B_of(process, t))
+        # isotropic: KL(N(a m, v I) || N(0, sig2 I)) = (d/2)(r - 1 - ln r) + a^2 |m|^2 / (2 sig2), r = v / sig2
+        r = (a * a * s2 + sig2 * (1 - a * a)) / sig2
+        expect = 0.5 * d * (r - 1 - math.log(r)) + 0.5 * a * a * float(m @ m) / sig2
+        assert abs(float(sp.ou_kl_to_invariant_gaussian(m, s2, t, process)) - expect) < 1e-13 * (1 + expect)
+        # full covariance: the transported Gaussian N(a m, a^2 S + sig2 (1 - a^2) I), by torch.distributions
+        pt = mvn(a * m, a * a * S + sig2 * (1 - a * a) * torch.eye(d, dtype=D64))
+        ref = TD.kl_divergence(pt, mvn(torch.zeros(d, dtype=D64), sig2 * torch.eye(d, dtype=D64)))
+        assert abs(float(sp.ou_kl_to_invariant_gaussian(m, S, t, process) - ref)) < 1e-12 * (1 + float(ref))
+
+
+# --------------------------------------------------------------------------- contraction on a mixture
+
+BOX = ((-9.0, 9.0), (-9.0, 9.0))
+
+
+def kl_to_phi(process, target, t):
+    """KL(p_t || N(0, sigma^2 I)) by midpoint quadrature of the exact densities on BOX (401^2 cells)."""
+    pt = process.marginal(target, t)
+    sig2 = process.sigma ** 2
+    log_phi = lambda x: -0.5 * (x * x).sum(-1) / sig2 - math.log(2 * math.pi * sig2)
+    return float(sp.kl_quadrature_2d(pt.log_prob, log_phi, box=BOX, n=401))
+
+
+def mixture():
+    w = torch.tensor([0.25, 0.45, 0.3], dtype=D64)
+    mu = torch.tensor([[2.0, 1.0], [-1.5, -1.0], [0.5, -2.5]], dtype=D64)
+    S = torch.stack([torch.tensor([[0.3, 0.1], [0.1, 0.2]], dtype=D64), 0.15 * torch.eye(2, dtype=D64),
+                     torch.tensor([[0.5, -0.2], [-0.2, 0.25]], dtype=D64)])
+    return sp.GaussianMixture(w, mu, S)
+
+
+def test_quadrature_kl_matches_gaussian_closed_form():
+    # validates the quadrature used below: a Gaussian target, where KL(p_t || phi) is closed-form
+    m, S = torch.tensor([1.5, -1.0], dtype=D64), torch.tensor([[0.3, 0.1], [0.1, 0.2]], dtype=D64)
+    ou = sp.OU(sigma=1.3, beta=0.7, T=3.0)
+    for t in (0.0, 0.5, 2.0):
+        q = kl_to_phi(ou, sp.Gaussian(m, S), t)
+        assert abs(q - float(sp.ou_kl_to_invariant_gaussian(m, S, t, ou))) < 1e-9, t
+
+
+@pytest.mark.parametrize("process", [sp.OU(), sp.OU(sigma=1.3, beta=0.7, T=3.0), sp.OU.linear(0.1, 5.0, T=1.0)],
+                         ids=["ou", "ou-sigma-beta", "linear"])
+def test_log_sobolev_contraction_on_a_2d_mixture(process):
+    gm = mixture()
+    kl0 = kl_to_phi(process, gm, 0.0)
+    assert kl0 > 0.5                                                 # a target far from phi
+    prev = kl0
+    for frac in (0.05, 0.2, 0.5, 1.0):
+        t = frac * process.T
+        kl = kl_to_phi(process, gm, t)
+        bound = sp.log_sobolev_decay_bound(kl0, t, process)
+        assert abs(bound - math.exp(-2 * B_of(process, t)) * kl0) < 1e-12 * kl0
+        assert kl <= bound + 1e-9, (t, kl, bound)                    # quadrature error ~1e-10
+        assert kl < prev                                             # KL(p_t || phi) decreases
+        prev = kl
+
+
+def test_de_bruijn_identity_constant():
+    # d/dt KL(p_t || phi) = -beta sigma^2 E_{p_t} |grad log U_t f|^2, grad log U_t f = score + x / sigma^2.
+    # Central difference with h = 1e-3 (error O(h^2) ~ 1e-6 relative) against quadrature of the
+    # exact score on the same grid as kl_quadrature_2d.
+    gm, ou, t, h = mixture(), sp.OU(sigma=1.3, beta=0.7, T=3.0), 0.4, 1e-3
+    dkl = (kl_to_phi(ou, gm, t + h) - kl_to_phi(ou, gm, t - h)) / (2 * h)
+    n, (lo, hi) = 401, BOX[0]
+    c = lo + (hi - lo) / n * (torch.arange(n, dtype=D64) + 0.5)
+    x = torch.stack(torch.meshgrid(c, c, indexing="ij"), -1).reshape(-1, 2)
+    p = torch.exp(ou.marginal(gm, t).log_prob(x)) * ((hi - lo) / n) ** 2
+    g = ou.score(gm, x, t) + x / 1.69
+    fisher = float(p @ (g * g).sum(-1))
+    assert abs(dkl + 0.7 * 1.69 * fisher) < 1e-5 * fisher
+
+
+# --------------------------------------------------------------------------- Girsanov and Pinsker
+
+def test_kl_from_score_error_integrals():
+    e, T = 0.03, 2.0
+    ou = sp.OU(sigma=1.3, beta=0.7, T=T)
+    t = torch.linspace(0, T, 11, dtype=D64)
+    # constant error: (1/2) int 2 beta sigma^2 e dt = beta sigma^2 e T (trapezoid exact)
+    kl = sp.kl_from_score_error(ou, torch.full_like(t, e), t, initial_kl=0.1)
+    assert abs(float(kl) - (0.1 + 0.7 * 1.69 * e * T)) < 1e-14
+    # linear schedule: (1/2) int 2 beta(t) sigma^2 e dt = sigma^2 e B(T)
+    lin = sp.OU.linear(0.1, 10.0, sigma=0.8, T=1.0)
+    t1 = torch.linspace(0, 1, 11, dtype=D64)
+    kl = sp.kl_from_score_error(lin, torch.full_like(t1, e), t1)
+    assert abs(float(kl) - 0.64 * e * B_of(lin, 1.0)) < 1e-14
+    # e(t) = t^2 with constant beta: beta sigma^2 T^3 / 3; trapezoid error T h^2 / 12 * max|e''| * beta sigma^2
+    tf = torch.linspace(0, T, 2001, dtype=D64)
+    kl = sp.kl_from_score_error(ou, tf ** 2, tf)
+    h = T / 2000
+    assert abs(float(kl) - 0.7 * 1.69 * T ** 3 / 3) <= 0.7 * 1.69 * T * h * h / 12 * 2 * 1.0001
+    # Föllmer: (1/2) int e dt / sigma^2 over [0, 1]
+    fol = sp.Follmer(sigma=0.8)
+    kl = sp.kl_from_score_error(fol, torch.full_like(t1, e), t1, initial_kl=0.0)
+    assert abs(float(kl) - 0.5 * e / 0.64) < 1e-14
+
+
+def test_pinsker():
+    assert sp.pinsker_tv(0.0) == 0.0 and abs(sp.pinsker_tv(0.18) - 0.3) < 1e-15 and sp.pinsker_tv(5.0) == 1.0
+    kl = torch.tensor([0.0, 0.5, 10.0], dtype=D64)
+    assert torch.allclose(sp.pinsker_tv(kl), torch.tensor([0.0, 0.5, 1.0], dtype=D64), rtol=0, atol=1e-15)
+    # the bound holds: TV = (1/2) int |p - q| by quadrature for two 2-D Gaussians
+    m0, m1 = torch.tensor([0.0, 0.0], dtype=D64), torch.tensor([0.8, -0.3], dtype=D64)
+    S0, S1 = spd(2, 7), spd(2, 8)
+    n, lo, hi = 401, -8.0, 8.0
+    c = lo + (hi - lo) / n * (torch.arange(n, dtype=D64) + 0.5)
+    x = torch.stack(torch.meshgrid(c, c, indexing="ij"), -1).reshape(-1, 2)
+    tv = 0.5 * float((mvn(m0, S0).log_prob(x).exp() - mvn(m1, S1).log_prob(x).exp()).abs().sum()) * ((hi - lo) / n) ** 2
+    kl = sp.gaussian_kl(m0, S0, m1, S1)
+    assert 0 < tv <= float(sp.pinsker_tv(kl))
+
+
+# --------------------------------------------------------------------------- bad input
+
+M = torch.zeros(2, dtype=D64)
+I2 = torch.eye(2, dtype=D64)
+NAN = float("nan")
+TT = torch.linspace(0, 1, 5, dtype=D64)
+
+BAD = [
+    ("m0", lambda: sp.gaussian_kl(torch.zeros(2, 2, dtype=D64), I2, M, I2)),
+    ("m0", lambda: sp.gaussian_kl(torch.tensor([NAN, 0.0], dtype=D64), I2, M, I2)),
+    ("m1", lambda: sp.gaussian_kl(M, I2, torch.zeros(3, dtype=D64), I2)),
+    ("S0", lambda: sp.gaussian_kl(M, torch.tensor([[1.0, 0.5], [0.0, 1.0]], dtype=D64), M, I2)),
+    ("S0", lambda: sp.gaussian_kl(M, torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=D64), M, I2)),
+    ("S0", lambda: sp.gaussian_kl(M, -1.0, M, I2)),
+    ("S1", lambda: sp.gaussian_kl(M, I2, M, torch.eye(3, dtype=D64))),
+    ("S1", lambda: sp.gaussian_kl(M, I2, M, torch.tensor([1.0, 0.0], dtype=D64))),
+    ("S1", lambda: sp.gaussian_kl(M, I2, M, I2 * NAN)),
+    ("mean", lambda: sp.ou_kl_to_invariant_gaussian(torch.zeros(2, 2, dtype=D64), 1.0, 0.5, sp.OU())),
+    ("cov", lambda: sp.ou_kl_to_invariant_gaussian(M, 0.0, 0.5, sp.OU())),
+    ("cov", lambda: sp.ou_kl_to_invariant_gaussian(M, -I2, 0.5, sp.OU())),
+    ("t", lambda: sp.ou_kl_to_invariant_gaussian(M, 1.0, 1.5, sp.OU(T=1.0))),
+    ("t", lambda: sp.ou_kl_to_invariant_gaussian(M, 1.0, -0.5, sp.OU())),
+    ("kl0", lambda: sp.log_sobolev_decay_bound(-0.1, 0.5, sp.OU())),
+    ("kl0", lambda: sp.log_sobolev_decay_bound(torch.tensor(-1.0), 0.5, sp.OU())),
+    ("t", lambda: sp.log_sobolev_decay_bound(1.0, 2.0, sp.OU(T=1.0))),
+    ("sq_error", lambda: sp.kl_from_score_error(sp.OU(), -torch.ones(5, dtype=D64), TT)),
+    ("sq_error", lambda: sp.kl_from_score_error(sp.OU(), torch.ones(4, dtype=D64), TT)),
+    ("sq_error", lambda: sp.kl_from_score_error(sp.OU(), torch.full((5,), NAN, dtype=D64), TT)),
+    ("times", lambda: sp.kl_from_score_error(sp.OU(), torch.ones(5, dtype=D64), TT.flip(0))),
+    ("times", lambda: sp.kl_from_score_error(sp.OU(T=0.5), torch.ones(5, dtype=D64), TT)),
+    ("times", lambda: sp.kl_from_score_error(sp.Follmer(), torch.ones(5, dtype=D64), TT * 2)),
+    ("initial_kl", lambda: sp.kl_from_score_error(sp.OU(), torch.ones(5, dtype=D64), TT, initial_kl=-1.0)),
+    ("kl", lambda: sp.pinsker_tv(-0.5)),
+    ("kl", lambda: sp.pinsker_tv(torch.tensor([0.1, NAN]))),
+]
+
+
+@pytest.mark.parametrize("arg,make", BAD, ids=[f"{i}-{a}" for i, (a, _) in enumerate(BAD)])
+def test_bad_input_raises_value_error_naming_the_argument(arg, make):
+    with pytest.raises(ValueError, match=arg):
+        make()
