@@ -1,12 +1,14 @@
-"""Tests of smoothpin.metrics on plain samples (MMD, W2, floors, 2-D KL by quadrature) and, with
-the core's exact scores, the time-integrated score error and the Girsanov bound (float64)."""
+"""Tests of smoothpin.metrics on plain samples (MMD, W2, floors, 2-D KL by quadrature, W2 between
+Gaussians), sampler output against the floor of two independent samples (never against 0), and,
+with the core's exact scores, the time-integrated score error and the Girsanov bound (float64)."""
 import itertools
 import math
 
 import pytest
 import torch
 
-from smoothpin.metrics import kl_quadrature_2d, mmd, sample_floor, w2
+import smoothpin as sp
+from smoothpin.metrics import gaussian_w2, kl_quadrature_2d, mmd, sample_floor, w2
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -122,3 +124,144 @@ def test_kl_quadrature_2d_matches_gaussian_closed_form():
                                lambda x: _log_gauss(m2, S2)(x) - 1.0, box=((-7, 7), (-7, 7)),
                                n=301, normalise=True)
     assert abs(float(shifted) - float(exact)) < 1e-6
+
+
+# ---------------------------------------------------------------- W2 between Gaussians
+
+
+def _rot(theta):
+    c, s = math.cos(theta), math.sin(theta)
+    return torch.tensor([[c, -s], [s, c]], dtype=D64)
+
+
+def test_gaussian_w2_closed_forms():
+    # 1-D: W2^2 = (m0 - m1)^2 + (s0 - s1)^2; commuting covariances: |m0 - m1|^2 + |S0^1/2 - S1^1/2|_F^2
+    one = gaussian_w2(torch.tensor([0.5], dtype=D64), torch.tensor([[4.0]], dtype=D64),
+                      torch.tensor([-1.0], dtype=D64), torch.tensor([[0.25]], dtype=D64))
+    assert abs(float(one) - math.sqrt(1.5 ** 2 + 1.5 ** 2)) < 1e-12
+    R = _rot(0.4)
+    S0, S1 = R @ torch.diag(torch.tensor([2.0, 0.3], dtype=D64)) @ R.T, R @ torch.diag(
+        torch.tensor([0.5, 1.2], dtype=D64)) @ R.T
+    m0, m1 = torch.tensor([0.1, 0.2], dtype=D64), torch.tensor([1.0, -0.3], dtype=D64)
+    expected = float(((m0 - m1) ** 2).sum()) + (math.sqrt(2) - math.sqrt(0.5)) ** 2 + (
+        math.sqrt(0.3) - math.sqrt(1.2)) ** 2
+    assert abs(float(gaussian_w2(m0, S0, m1, S1)) ** 2 - expected) < 1e-12
+    # symmetric, zero on equal laws, float32 kept
+    S2 = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=D64)
+    assert abs(float(gaussian_w2(m0, S0, m1, S2)) - float(gaussian_w2(m1, S2, m0, S0))) < 1e-12
+    assert float(gaussian_w2(m0, S2, m0, S2)) < 1e-7
+    assert gaussian_w2(m0.float(), S0.float(), m1.float(), S2.float()).dtype == torch.float32
+    with pytest.raises(ValueError, match="S1"):
+        gaussian_w2(m0, S0, m1, -S2)
+    with pytest.raises(ValueError, match="m1"):
+        gaussian_w2(m0, S0, m1[:1], S2)
+
+
+def test_empirical_w2_between_gaussian_samples_brackets_the_closed_form():
+    # Non-commuting covariances. Since W2^2 is jointly convex and E[empirical law] = the law,
+    # Jensen gives W2^2 <= E W2^2(X_n, Y_n); the triangle inequality gives
+    # W2(X_n, Y_n) <= W2 + W2(X_n, mu) + W2(Y_n, nu), and E W2^2(X_n, mu) <= E W2^2(X_n, X'_n) (Jensen
+    # again), the mean squared floor. So W2^2 <= E w2^2 <= (W2 + sqrt(F0) + sqrt(F1))^2 with F the
+    # mean squared floors. E w2^2 is estimated from 6 repeats (tolerance 4 se on either side).
+    m0, m1 = torch.tensor([0.0, 0.0], dtype=D64), torch.tensor([1.5, -0.5], dtype=D64)
+    S0 = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=D64)
+    S1 = _rot(1.0) @ torch.diag(torch.tensor([2.0, 0.2], dtype=D64)) @ _rot(1.0).T
+    L0, L1 = torch.linalg.cholesky(S0), torch.linalg.cholesky(S1)
+    exact = float(gaussian_w2(m0, S0, m1, S1))
+    g = _gen(5)
+
+    def s0(n, generator=None):
+        return m0 + torch.randn(n, 2, generator=generator, dtype=D64) @ L0.T
+
+    def s1(n, generator=None):
+        return m1 + torch.randn(n, 2, generator=generator, dtype=D64) @ L1.T
+
+    n = 400
+    sq = torch.stack([w2(s0(n, g), s1(n, g)) ** 2 for _ in range(6)])
+    mean, se = float(sq.mean()), float(sq.std()) / math.sqrt(6)
+    f0 = float((sample_floor(w2, s0, n, repeats=4, generator=g).values ** 2).mean())
+    f1 = float((sample_floor(w2, s1, n, repeats=4, generator=g).values ** 2).mean())
+    assert exact ** 2 - 4 * se <= mean <= (exact + math.sqrt(f0) + math.sqrt(f1)) ** 2 + 4 * se
+    # a wrong closed form (e.g. the commuting formula |m|^2 + |S0^1/2 - S1^1/2|_F^2, or dropping the
+    # cross term) falls outside this bracket: check the bracket is tight enough to tell
+    wrong = float(((m0 - m1) ** 2).sum() + torch.trace(S0 + S1))
+    assert not wrong <= (exact + math.sqrt(f0) + math.sqrt(f1)) ** 2 + 4 * se
+
+
+# ---------------------------------------------------------------- score error and Girsanov bound
+
+
+def _mixture():
+    return sp.GaussianMixture.isotropic(torch.tensor([0.3, 0.7], dtype=D64),
+                                        torch.tensor([[-1.5, 0.5], [1.0, -1.0]], dtype=D64),
+                                        torch.tensor([0.3, 0.5], dtype=D64))
+
+
+@pytest.mark.parametrize("process", [sp.OU(sigma=1.3, beta=0.7, T=2.0), sp.Follmer(sigma=0.8)],
+                         ids=["ou", "follmer"])
+def test_score_error_and_girsanov_bound_for_a_constant_offset(process):
+    # f = exact + c: e(t) = |c|^2 at every t (no Monte Carlo error), int e = |c|^2 (hi - lo);
+    # Girsanov: OU 1/2 int 2 beta sigma^2 |c|^2 dt = beta sigma^2 |c|^2 T; Föllmer |c|^2 / (2 sigma^2)
+    mix = _mixture()
+    c = torch.tensor([0.3, -0.4], dtype=D64)
+    ou = sp.process_kind(process) == "ou"
+    exact = (lambda x, t: process.score(mix, x, t)) if ou else (lambda x, t: process.drift(mix, x, t))
+    f = lambda x, t: exact(x, t) + c  # noqa: E731
+    res = sp.score_error(f, process, mix, n=256, n_times=9, generator=_gen(0), dtype=D64)
+    lo, hi = process.interval
+    assert res.per_time.shape == (9,) and torch.allclose(res.per_time, torch.full((9,), 0.25, dtype=D64))
+    assert abs(float(res.integrated) - 0.25 * (hi - lo)) < 1e-12
+    assert float(res.stderr.max()) < 1e-12
+    bound, _ = sp.girsanov_kl_bound(f, process, mix, initial_kl=0.1, n=256, n_times=9,
+                                    generator=_gen(0), dtype=D64)
+    expected = 0.7 * 1.3 ** 2 * 0.25 * 2.0 if ou else 0.25 / (2 * 0.8 ** 2)
+    assert abs(float(bound) - 0.1 - expected) < 1e-12
+    # relative error: sqrt(int e / int E|s|^2), the norm estimated from the same draws
+    assert abs(float(res.relative) - math.sqrt(float(res.integrated)
+                                               / float(torch.trapezoid(res.norm, res.times)))) < 1e-12
+
+
+def test_score_error_of_a_scaled_score_matches_monte_carlo():
+    # f = 0.5 s at t = 0.3 only: e = 0.25 E|s|^2, so per_time / norm = 0.25 exactly (same draws)
+    mix, ou = _mixture(), sp.OU(T=1.0)
+    res = sp.score_error(lambda x, t: 0.5 * ou.score(mix, x, t), ou, mix,
+                         times=torch.tensor([0.3, 0.6], dtype=D64), n=500, generator=_gen(1))
+    assert torch.allclose(res.per_time / res.norm, torch.full((2,), 0.25, dtype=D64), atol=1e-14)
+
+
+def test_sampler_output_against_the_floor():
+    # MMD and W2 of a sampler's output against fresh target samples, compared with the floor of two
+    # independent target samples: the Föllmer sampler with the exact drift (100 steps) lies within
+    # the floor's spread (mean + 4 sd); a 1-step sampler (whose output is N(E pi, sigma^2 I)) does not.
+    mix, fol = _mixture(), sp.Follmer(1.0)
+    g = _gen(2)
+    drift = lambda x, t: fol.drift(mix, x, t)  # noqa: E731
+    n = 500
+    for metric in (mmd, w2):
+        floor = sample_floor(metric, mix.sample, n, repeats=6, generator=g)
+        good = metric(sp.sample_follmer(drift, n, 100, generator=g, dim=2, dtype=D64), mix.sample(n, g))
+        bad = metric(sp.sample_follmer(drift, n, 1, generator=g, dim=2, dtype=D64), mix.sample(n, g))
+        assert float(good) < float(floor.mean) + 4 * float(floor.std)
+        assert float(bad) > float(floor.mean) + 4 * float(floor.std)
+
+
+def test_bad_input_raises():
+    mix = _mixture()
+    with pytest.raises(ValueError, match="process"):
+        sp.score_error(lambda x, t: x, object(), mix)
+    with pytest.raises(ValueError, match="times"):
+        sp.score_error(lambda x, t: x, sp.OU(T=1.0), mix, times=torch.tensor([0.5, 2.0]))
+    with pytest.raises(ValueError, match="times"):
+        sp.score_error(lambda x, t: x, sp.OU(T=1.0), mix, times=torch.tensor([0.5, 0.2]))
+    with pytest.raises(ValueError, match="n"):
+        sp.score_error(lambda x, t: x, sp.OU(T=1.0), mix, n=1)
+    with pytest.raises(ValueError, match="target.sample"):
+        sp.score_error(lambda x, t: x, sp.OU(T=1.0), object())
+    with pytest.raises(ValueError, match="x, y"):
+        mmd(_normal(1), _normal(5))
+    with pytest.raises(ValueError, match="x"):
+        w2(_normal(2001), _normal(2001))
+    with pytest.raises(ValueError, match="metric"):
+        sample_floor(3, lambda n, generator=None: _normal(n), 10)
+    with pytest.raises(ValueError, match="box"):
+        kl_quadrature_2d(lambda x: x[:, 0], lambda x: x[:, 0], box=((1, 0), (0, 1)))

@@ -1,6 +1,5 @@
 """Unit tests of smoothpin.nets: shapes, dtypes, the time embedding, parameter counts, the PIS/DDS
 structure of ControlNet and the interpolation of LinearDrift (float64 unless stated)."""
-import math
 
 import pytest
 import torch
@@ -121,3 +120,15 @@ def test_bad_input_raises():
         LinearDrift(2, interval=(1.0, 1.0))
     with pytest.raises(ValueError, match="net"):
         count_parameters(lambda x: x)
+
+
+def test_config_rebuilds_the_same_architecture():
+    net = ScoreMLP(3, width=10, depth=2, time_embedding_dim=8, max_frequency=20.0)
+    cfg = net.config()
+    assert cfg == {"dim": 3, "width": 10, "depth": 2, "time_embedding_dim": 8,
+                   "max_frequency": 20.0, "masked": False}
+    twin = ScoreMLP(**cfg)
+    twin.load_state_dict(net.state_dict())
+    x = _x(dtype=torch.float32)
+    assert torch.equal(twin(x, 0.3), net(x, 0.3))
+    assert count_parameters(twin) == count_parameters(net)

@@ -17,6 +17,8 @@ and an existing entry is untouched. Values are loaded with ``torch.load(weights_
 tensors, state_dicts, dicts, lists, tuples, numbers and strings.
 
 Default directory: $SMOOTHPIN_CACHE, else <repository>/.smoothpin_cache (git-ignored).
+``cached_training(key, net, train_fn)`` is the pattern chapters use for a trained network: the
+entry holds the network's state_dict and whatever train_fn returned (e.g. its loss history).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch
 
 from ._checks import check_callable
 
-__all__ = ["cached", "cache_key", "default_cache_dir"]
+__all__ = ["cached", "cached_training", "cache_key", "default_cache_dir"]
 
 _MAGIC = b"SMOOTHPIN-CACHE1"
 _HEADER = len(_MAGIC) + 8 + 32
@@ -171,3 +173,33 @@ def cached(key, compute_fn, directory=None, device="cpu", dtype=None, refresh=Fa
     _write(path, payload)
     entry = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     return _to(entry["value"], device)
+
+
+def cached_training(key, net, train_fn, directory=None, refresh=False):
+    """Trains ``net`` in place by ``train_fn(net)`` or loads its trained state from the cache.
+
+    The hashed configuration is ``key`` (a dict: process, target, optimiser settings, seed...)
+    plus the network's class and ``net.config()`` where it has one (else its parameter shapes),
+    with the device and dtype of its parameters. On a miss train_fn(net) runs and the entry stores
+    net.state_dict() and train_fn's return value; on a hit train_fn is not called and the stored
+    state is loaded into ``net``. Returns train_fn's (stored) return value.
+    Raises ValueError for a net without parameters or a key that cannot be hashed stably.
+    """
+    if not isinstance(net, torch.nn.Module) or next(net.parameters(), None) is None:
+        raise ValueError("net: expected a torch.nn.Module with parameters")
+    check_callable("train_fn", train_fn)
+    if not isinstance(key, dict):
+        raise ValueError(f"key: expected a dict describing the training, got {type(key).__name__}")
+    p0 = next(net.parameters())
+    arch = net.config() if callable(getattr(net, "config", None)) else {
+        k: list(v.shape) for k, v in net.state_dict().items()}
+    full = {"training": key, "net": type(net).__name__, "architecture": arch}
+
+    def compute():
+        result = train_fn(net)
+        return {"state": net.state_dict(), "result": result}
+
+    entry = cached(full, compute, directory=directory, device=p0.device, dtype=p0.dtype,
+                   refresh=refresh)
+    net.load_state_dict(entry["state"])
+    return entry["result"]

@@ -51,6 +51,7 @@ class SinusoidalTimeEmbedding(nn.Module):
         if max_frequency < min_frequency:
             raise ValueError("max_frequency: must be >= min_frequency; swap them")
         self.dim = dim
+        self.min_frequency, self.max_frequency = float(min_frequency), float(max_frequency)
         self.log_range = (math.log(min_frequency), math.log(max_frequency))
 
     def forward(self, t):
@@ -79,6 +80,7 @@ class ScoreMLP(nn.Module):
         self.width = check_int("width", width)
         self.depth = check_int("depth", depth)
         self.embed = SinusoidalTimeEmbedding(time_embedding_dim, max_frequency=max_frequency)
+        self.time_embedding_dim, self.max_frequency = self.embed.dim, self.embed.max_frequency
         sizes = [dim + time_embedding_dim] + [width] * depth
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = nn.Linear(width, dim)
@@ -88,6 +90,12 @@ class ScoreMLP(nn.Module):
         self.masked = bool(masked)
         if self.masked:
             self.register_buffer("unit_mask", torch.ones(depth, width))
+
+    def config(self):
+        """The constructor arguments (a dict of numbers), for cache keys and for rebuilding the net."""
+        return {"dim": self.dim, "width": self.width, "depth": self.depth,
+                "time_embedding_dim": self.time_embedding_dim, "max_frequency": self.max_frequency,
+                "masked": self.masked}
 
     def forward(self, x, t):
         check_last_dim("x", x, self.dim)
