@@ -13,16 +13,6 @@ from smoothpin.cache import cache_key, cached, default_cache_dir
 from smoothpin.nets import ScoreMLP
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests use small tensors: on a loaded 2-core machine intra-op threading makes them up
-    # to 30x slower (threads wait on each other); one thread is fast either way. Restored after.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Counter:
     """compute_fn that returns a different tensor on every call, so a reload is distinguishable
     from a recomputation."""

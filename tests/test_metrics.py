@@ -11,15 +11,6 @@ import smoothpin as sp
 from smoothpin.metrics import gaussian_w2, kl_quadrature_2d, mmd, sample_floor, w2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests use small tensors: on a loaded 2-core machine intra-op threading makes them up
-    # to 30x slower (threads wait on each other); one thread is fast either way. Restored after.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 D64 = torch.float64
 
 

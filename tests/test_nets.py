@@ -7,15 +7,6 @@ import torch
 from smoothpin.nets import ControlNet, LinearDrift, ScoreMLP, SinusoidalTimeEmbedding, count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests use small tensors: on a loaded 2-core machine intra-op threading makes them up
-    # to 30x slower (threads wait on each other); one thread is fast either way. Restored after.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 D64 = torch.float64
 
 
