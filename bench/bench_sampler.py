@@ -21,18 +21,13 @@ default Brownian motion. Both results are checked to have the same mean and vari
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
-
-def _sync(device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import measure  # noqa: E402
 
 
 def _problem(name, dtype, device):
@@ -74,24 +69,10 @@ def run_case(method, problem, n, steps, dtype, device, repeats):
         def fn():
             with torch.no_grad():
                 return torchsde.sdeint(sde, x0, ts, method="euler", dt=1.0 / steps)[-1]
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base_cuda = torch.cuda.memory_allocated()
-    out = fn()
-    _sync(device)
-    times_s = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times_s.append(time.perf_counter() - t0)
-    if device.startswith("cuda"):
-        peak_mb = (torch.cuda.max_memory_allocated() - base_cuda) / 2 ** 20
-    else:  # ru_maxrss is in KiB on Linux
-        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
+    m = measure(fn, device, repeats)
+    out = m.out
     out = out.double().cpu()
-    return {"median_s": statistics.median(times_s), "peak_mb": peak_mb,
+    return {"median_s": m.median_s, "peak_mb": m.peak_mb,
             "mean": out.mean(0).tolist(), "var": out.var(0).tolist()}
 
 

@@ -18,12 +18,13 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import measure  # noqa: E402
 
 
 def _mixture(K, d, dtype, device, seed=0):
@@ -34,11 +35,6 @@ def _mixture(K, d, dtype, device, seed=0):
     S = 0.3 * A @ A.mT + 0.2 * torch.eye(d, dtype=torch.float64)
     f = lambda t: t.to(dtype=dtype, device=device)
     return f(w / w.sum()), f(mu), f(S)
-
-
-def _sync(device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def run_case(method, K, d, n, dtype, device, repeats, chunk):
@@ -57,24 +53,10 @@ def run_case(method, K, d, n, dtype, device, repeats, chunk):
             return torch.autograd.grad(mix.log_prob(xx).sum(), xx)[0]
 
         fn = lambda: torch.cat([grad(x[i:i + chunk]) for i in range(0, n, chunk)])
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base_cuda = torch.cuda.memory_allocated()
-    out = fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    if device.startswith("cuda"):
-        peak_mb = (torch.cuda.max_memory_allocated() - base_cuda) / 2 ** 20
-    else:  # ru_maxrss is in KiB on Linux
-        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
+    m = measure(fn, device, repeats)
+    out = m.out
     chk = out[:1000].double().cpu()
-    return {"median_s": statistics.median(times), "min_s": min(times), "peak_mb": peak_mb,
+    return {"median_s": m.median_s, "min_s": m.min_s, "peak_mb": m.peak_mb,
             "check": chk.tolist()}
 
 

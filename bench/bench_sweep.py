@@ -22,22 +22,17 @@ wins most where that overhead dominates (small networks, many members).
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import measure  # noqa: E402
 
 SWEEPS = {"seeds": ([32], list(range(12))), "widths": ([4, 8, 16, 32, 64], [0, 1, 2]),
           "widths-wide": ([16, 32, 64, 128, 256], [0, 1])}
 DEPTH, BATCH = 2, 256
-
-
-def _sync(device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def run_case(method, sweep, steps, dtype, device, repeats):
@@ -66,25 +61,9 @@ def run_case(method, sweep, steps, dtype, device, repeats):
                     losses = sp.train_regression(net, ou, data, steps=steps, batch=BATCH, progress=False)
                     last.append(losses[-1])
             return torch.stack(last)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base_cuda = torch.cuda.memory_allocated()
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    if device.startswith("cuda"):
-        peak_mb = (torch.cuda.max_memory_allocated() - base_cuda) / 2 ** 20
-    else:  # ru_maxrss is in KiB on Linux
-        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
-    return {"median_s": statistics.median(times), "first_s": first, "peak_mb": peak_mb,
+    m = measure(fn, device, repeats)
+    out = m.out
+    return {"median_s": m.median_s, "first_s": m.first_s, "peak_mb": m.peak_mb,
             "last_loss": out.double().cpu().tolist()}
 
 
