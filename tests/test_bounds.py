@@ -177,6 +177,31 @@ def test_kl_from_score_error_integrals():
     assert abs(float(kl) - 0.5 * e / 0.64) < 1e-14
 
 
+def test_kl_bound_stderr_is_the_linear_propagation_and_matches_repetitions():
+    # (1) The bound is linear in e(t_i): its standard error is sqrt(sum (d bound / d e_i)^2 se_i^2)
+    # with the derivative taken by autograd of kl_from_score_error itself (exact, 1e-14).
+    for process, t in ((sp.OU.linear(0.1, 5.0, sigma=1.2, T=1.0), torch.linspace(0, 1, 9, dtype=D64) ** 2),
+                       (sp.Follmer(sigma=0.7), torch.linspace(0, 0.9, 7, dtype=D64))):
+        se = torch.linspace(0.1, 0.5, t.numel(), dtype=D64)
+        e = torch.ones_like(t, requires_grad=True)
+        (grad,) = torch.autograd.grad(sp.kl_from_score_error(process, e, t), e)
+        assert abs(float(sp.kl_bound_stderr(process, se, t)) - float((grad * se).norm())) < 1e-14
+    # (2) Independent repetitions of girsanov_kl_bound (a wrong score on a 1-D Gaussian, n = 64 per
+    # time): the spread of the 300 bounds matches the mean predicted standard error. The sample
+    # standard deviation of 300 draws has relative error about 1/sqrt(600) = 4%; 20% allowed.
+    ou, target = sp.OU(T=1.0), sp.Gaussian(torch.tensor([1.0], dtype=D64), torch.tensor([[0.25]], dtype=D64))
+    times = torch.linspace(0.05, 1.0, 9, dtype=D64)
+    wrong = lambda x, t: ou.score(target, x, t) + 0.5 * x  # noqa: E731
+    g = _gen(11)
+    vals, ses = [], []
+    for _ in range(300):
+        b, res = sp.girsanov_kl_bound(wrong, ou, target, times=times, n=64, generator=g, dtype=D64)
+        vals.append(float(b))
+        ses.append(float(sp.kl_bound_stderr(ou, res.stderr, res.times)))
+    spread, predicted = torch.tensor(vals).std().item(), sum(ses) / len(ses)
+    assert abs(spread / predicted - 1) < 0.2, (spread, predicted)
+
+
 def test_pinsker():
     assert sp.pinsker_tv(0.0) == 0.0 and abs(sp.pinsker_tv(0.18) - 0.3) < 1e-15 and sp.pinsker_tv(5.0) == 1.0
     kl = torch.tensor([0.0, 0.5, 10.0], dtype=D64)
@@ -224,6 +249,8 @@ BAD = [
     ("times", lambda: sp.kl_from_score_error(sp.OU(T=0.5), torch.ones(5, dtype=D64), TT)),
     ("times", lambda: sp.kl_from_score_error(sp.Follmer(), torch.ones(5, dtype=D64), TT * 2)),
     ("initial_kl", lambda: sp.kl_from_score_error(sp.OU(), torch.ones(5, dtype=D64), TT, initial_kl=-1.0)),
+    ("stderr", lambda: sp.kl_bound_stderr(sp.OU(), -torch.ones(5, dtype=D64), TT)),
+    ("times", lambda: sp.kl_bound_stderr(sp.Follmer(), torch.ones(5, dtype=D64), TT * 2)),
     ("kl", lambda: sp.pinsker_tv(-0.5)),
     ("kl", lambda: sp.pinsker_tv(torch.tensor([0.1, NAN]))),
 ]

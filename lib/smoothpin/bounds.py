@@ -7,6 +7,7 @@ log_sobolev_decay_bound      KL(p_t || phi_{sigma^2}) <= e^{-2 B(t)} KL(pi || ph
 kl_from_score_error          Girsanov + data processing: KL(pi || q) <= KL_init + (1/2) int g^2 E|s - s_hat|^2 dt
                              (OU, g^2 = 2 beta sigma^2, score errors), or (1/2) int E|b - b_hat|^2 / sigma^2 dt
                              (Föllmer, drift errors); trapezoid rule on the given grid
+kl_bound_stderr              its Monte Carlo standard error (1/2) sqrt(sum_i (tau_i w_i se_i)^2)
 pinsker_tv                   TV <= sqrt(KL / 2)
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from ._checks import as_tensor_like, check_finite, check_nonneg, check_positive, check_tensor, check_time
 
 __all__ = ["gaussian_kl", "ou_kl_to_invariant_gaussian", "log_sobolev_decay_bound",
-           "kl_from_score_error", "pinsker_tv"]
+           "kl_from_score_error", "kl_bound_stderr", "pinsker_tv"]
 
 
 def _as_cov(S, d, like, name):
@@ -89,30 +90,48 @@ def log_sobolev_decay_bound(kl0, t, process):
     return kl0 * (torch.exp(-2 * B) if isinstance(B, torch.Tensor) else math.exp(-2 * B))
 
 
+def _girsanov_weights(process, values, times, name):
+    """Checked (values, times) and the Girsanov weight w(t): g(t)^2 (OU) or 1 / sigma^2 (Föllmer)."""
+    e = check_finite(name, check_tensor(name, torch.as_tensor(values), 1))
+    t = torch.as_tensor(times).to(e)
+    if e.dim() != 1 or t.shape != e.shape or e.shape[0] < 2:
+        raise ValueError(f"{name}, times: expected two 1-D tensors of the same length >= 2, got "
+                         f"{tuple(e.shape)} and {tuple(t.shape)}")
+    if bool((e < 0).any()):
+        raise ValueError(f"{name}: must be >= 0")
+    if not bool((t[1:] > t[:-1]).all()):
+        raise ValueError("times: must be strictly increasing")
+    lo, hi = process.interval
+    check_time("times", t, lo, hi)
+    w = process.g2(t) if hasattr(process, "integrated_beta") else torch.full_like(t, 1 / process.sigma ** 2)
+    return e, t, w
+
+
 def kl_from_score_error(process, sq_error, times, initial_kl=0.0):
     """Upper bound on KL(pi || q_hat) from mean squared errors e(t_i) on a time grid (trapezoid rule).
 
     OU (``process`` has integrated_beta): sq_error = E|grad log p_t - s_hat|^2 and the bound is
     initial_kl + (1/2) int g(t)^2 e(t) dt, g^2 = 2 beta(t) sigma^2. Föllmer: sq_error = E|b - b_hat|^2 and
     the bound is initial_kl + (1/2) int e(t) dt / sigma^2. times: increasing (n,) inside the interval."""
-    e = check_finite("sq_error", check_tensor("sq_error", torch.as_tensor(sq_error), 1))
-    t = torch.as_tensor(times).to(e)
-    if e.dim() != 1 or t.shape != e.shape or e.shape[0] < 2:
-        raise ValueError(f"sq_error, times: expected two 1-D tensors of the same length >= 2, got "
-                         f"{tuple(e.shape)} and {tuple(t.shape)}")
-    if bool((e < 0).any()):
-        raise ValueError("sq_error: squared errors must be >= 0")
-    if not bool((t[1:] > t[:-1]).all()):
-        raise ValueError("times: must be strictly increasing")
-    lo, hi = process.interval
-    check_time("times", t, lo, hi)
+    e, t, w = _girsanov_weights(process, sq_error, times, "sq_error")
     if isinstance(initial_kl, torch.Tensor):
         check_finite("initial_kl", initial_kl)
     else:
         check_nonneg("initial_kl", initial_kl)
-    w = process.g2(t) if hasattr(process, "integrated_beta") else torch.full_like(t, 1 / process.sigma ** 2)
     y = w * e
     return initial_kl + 0.5 * torch.trapezoid(y, t)
+
+
+def kl_bound_stderr(process, stderr, times):
+    """Monte Carlo standard error of ``kl_from_score_error`` when each e(t_i) is an independent
+    Monte Carlo mean with standard error se_i (fresh samples per time, as ``score_error`` draws):
+    the bound (1/2) sum_i tau_i w(t_i) e(t_i) is linear in the e(t_i), with trapezoid weights
+    tau_i = (t_{i+1} - t_{i-1}) / 2 (half a step at the ends) and w = g^2 (OU) or 1 / sigma^2
+    (Föllmer), so its standard error is (1/2) sqrt(sum_i (tau_i w(t_i) se_i)^2)."""
+    se, t, w = _girsanov_weights(process, stderr, times, "stderr")
+    dt = t[1:] - t[:-1]
+    tau = torch.cat([dt[:1], dt[1:] + dt[:-1], dt[-1:]]) / 2
+    return 0.5 * torch.linalg.vector_norm(tau * w * se)
 
 
 def pinsker_tv(kl):

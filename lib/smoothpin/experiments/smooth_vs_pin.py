@@ -42,7 +42,7 @@ import torch
 
 from .. import __version__
 from ..cache import cached
-from ..bounds import kl_from_score_error
+from ..bounds import kl_bound_stderr
 from ..metrics import girsanov_kl_bound, mmd, sample_floor, w2
 from ..nets import count_parameters
 from ..processes import OU, Follmer
@@ -51,7 +51,7 @@ from ..train import train_sweep
 from .data import make_target
 
 __all__ = ["SCALES", "SCHEMA", "BridgeClockOU", "make_process", "build_config", "snr_grid",
-           "process_times", "girsanov_stderr", "run", "run_cached",
+           "process_times", "run", "run_cached",
            "results_path", "save_results", "load_results", "provenance"]
 
 SCALES = ("ci", "medium", "full")
@@ -192,20 +192,6 @@ def _evaluate(cfg, proc, target, net, times):
     return float(kl), res
 
 
-def _bound_weights(proc, times):
-    """W_i with bound = sum_i W_i e(t_i): the bound is linear in the per-time errors, so the
-    Monte Carlo standard error of the bound is sqrt(sum_i W_i^2 stderr_i^2)."""
-    eye = torch.eye(times.numel(), dtype=torch.float64)
-    return torch.stack([kl_from_score_error(proc, row, times.double().cpu()) for row in eye])
-
-
-def girsanov_stderr(process, score_error):
-    """Monte Carlo standard error of the Girsanov bound computed from ``score_error`` (an
-    sp.ScoreError on its time grid, fresh samples per time): sqrt(sum_i W_i^2 stderr_i^2)."""
-    W = _bound_weights(process, score_error.times)
-    return float(torch.sqrt((W ** 2 * score_error.stderr.double().cpu() ** 2).sum()))
-
-
 def _draw(proc, fn, cfg, dim, dtype, device):
     gen = torch.Generator(device=device).manual_seed(cfg["sample_seed"])
     n, steps = cfg["sample_n"], cfg["sample_steps"]
@@ -253,7 +239,6 @@ def _run_process(cfg, name, proc, target, snr, lr, ref, bw, dtype, device, log):
     t0 = time.perf_counter()
     members, norm = [], None
     use_w2 = target.dim <= cfg["w2_max_dim"]
-    W = _bound_weights(proc, times)
     for group in _groups(cfg["widths"], cfg["group_max_width"]):
         sweep = _sweep(cfg, proc, target, group, cfg["seeds"], cfg["steps"], lr,
                        cfg["data_seed"], dtype, device)
@@ -261,7 +246,7 @@ def _run_process(cfg, name, proc, target, snr, lr, ref, bw, dtype, device, log):
         for net, (w, s), loss in zip(sweep.nets, sweep.members, sweep.losses):
             kl, res = _evaluate(cfg, proc, target, net, times)
             norm = res.norm
-            se = float(torch.sqrt((W ** 2 * res.stderr.double().cpu() ** 2).sum()))  # girsanov_stderr
+            se = float(kl_bound_stderr(proc, res.stderr.double().cpu(), times.double().cpu()))
             m = dict(width=w, seed=s, params=count_parameters(net), kl_bound=kl,
                      kl_bound_stderr=se, relative_error=float(res.relative), per_time=_rounded(res.per_time.tolist()),
                      final_loss=float(loss[-tail:].mean()))
