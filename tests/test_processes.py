@@ -13,48 +13,7 @@ import torch
 
 import smoothpin as sp
 
-D64 = torch.float64
-TD = torch.distributions
-CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                     reason="no CUDA device"))
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def _rot(theta):
-    c, s = math.cos(theta), math.sin(theta)
-    return torch.tensor([[c, -s], [s, c]], dtype=D64)
-
-
-def params(name):
-    if name == "full2d":
-        w = torch.tensor([0.2, 0.5, 0.3], dtype=D64)
-        mu = torch.tensor([[0.0, 1.0], [1.5, -1.0], [-2.0, 0.5]], dtype=D64)
-        S = torch.stack([R @ torch.diag(torch.tensor(l, dtype=D64)) @ R.T for R, l in
-                         ((_rot(0.3), [1.0, 0.2]), (_rot(-1.1), [0.4, 0.05]), (_rot(2.0), [0.6, 0.3]))])
-        return w, mu, S
-    if name == "iso5d":
-        w = torch.tensor([0.1, 0.4, 0.3, 0.2], dtype=D64)
-        mu = 1.5 * torch.randn(4, 5, generator=_gen(5), dtype=D64)
-        v = torch.tensor([0.3, 1.0, 0.05, 2.0], dtype=D64)
-        return w, mu, v[:, None, None] * torch.eye(5, dtype=D64)
-    if name == "narrow":
-        w = torch.tensor([0.3, 0.4, 0.3], dtype=D64)
-        mu = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, 0.5]], dtype=D64)
-        S = torch.stack([1e-3 * torch.eye(2, dtype=D64),
-                         torch.tensor([[1e-3, 0.5e-3], [0.5e-3, 1e-3]], dtype=D64),
-                         0.5 * torch.eye(2, dtype=D64)])
-        return w, mu, S
-    raise KeyError(name)
-
-
-def build(name):
-    w, mu, S = params(name)
-    if name == "iso5d":
-        return sp.GaussianMixture.isotropic(w, mu, S[:, 0, 0])
-    return sp.GaussianMixture(w, mu, S)
+from mixtures import CUDA, D64, TD, build, gen as _gen, mixture_params as params  # tests/mixtures.py
 
 
 def transported_log_prob(name, x, a, v):

@@ -16,26 +16,11 @@ import torch
 
 import smoothpin as sp
 
-D64 = torch.float64
-CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                     reason="no CUDA device"))
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def _rot(theta):
-    c, s = math.cos(theta), math.sin(theta)
-    return torch.tensor([[c, -s], [s, c]], dtype=D64)
+from mixtures import CUDA, D64, build, gen as _gen  # tests/mixtures.py
 
 
 def mixture():
-    w = torch.tensor([0.2, 0.5, 0.3], dtype=D64)
-    mu = torch.tensor([[0.0, 1.0], [1.5, -1.0], [-2.0, 0.5]], dtype=D64)
-    S = torch.stack([R @ torch.diag(torch.tensor(l, dtype=D64)) @ R.T for R, l in
-                     ((_rot(0.3), [1.0, 0.2]), (_rot(-1.1), [0.4, 0.05]), (_rot(2.0), [0.6, 0.3]))])
-    return sp.GaussianMixture(w, mu, S)
+    return build("full2d")
 
 
 def close(a, b, rel):
