@@ -202,6 +202,59 @@ def test_kl_bound_stderr_is_the_linear_propagation_and_matches_repetitions():
     assert abs(spread / predicted - 1) < 0.2, (spread, predicted)
 
 
+def test_reverse_gaussian_law_ode_matches_the_integrated_flow():
+    # The probability-flow ODE with the exact score (+ a constant shift) is an affine map y -> A y + b;
+    # dopri5 at rtol 1e-10 gives A and b from three start points, independently of the closed form.
+    # Start at phi_{sigma^2}: output law N(b, A^2 sigma^2); at p_T: N(A a_T m + b, A^2 v_T). 1e-6.
+    ou = sp.OU.linear(0.2, 3.0, sigma=1.3, T=1.0)
+    m, var = torch.tensor([0.8, -0.4], dtype=D64), 0.3
+    target = sp.Gaussian(m, var * torch.eye(2, dtype=D64))
+    shift = torch.tensor([0.25, -0.1], dtype=D64)
+    score = lambda x, t: ou.score(target, x, float(t)) + shift  # noqa: E731
+    y = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=D64)
+    out = sp.probability_flow_ode(score, ou, y, 1.0, 0.0, rtol=1e-10, atol=1e-12)
+    b, A = out[0], (out[1, 0] - out[0, 0])
+    assert abs(float(out[2, 1] - out[0, 1] - A)) < 1e-8  # isotropic
+    a_T, s_T = ou.mean_std(1.0)
+    v_T = a_T ** 2 * var + s_T ** 2
+    for start, mean_ref, var_ref in (("invariant", b, A ** 2 * 1.69), ("p_T", A * a_T * m + b, A ** 2 * v_T)):
+        mean_out, var_out = sp.ou_reverse_gaussian_law(m, var, ou, start=start, sampler="ode", score_shift=shift)
+        assert torch.allclose(mean_out, mean_ref, atol=1e-6, rtol=0) and abs(float(var_out - var_ref)) < 1e-6
+    assert abs(float(A) - float(sp.ou_reverse_sensitivity(1.0, var, ou, "ode"))) < 1e-6
+
+
+def test_reverse_gaussian_law_sde_matches_the_sampler():
+    # (1) Two runs of the exact-step sampler with the same noise, with and without the shift on the
+    # window W = [0.2, 0.7]: their difference is the same vector for every particle, the shift
+    # delta of the closed form up to the first-order time discretisation (1% at 2000 steps).
+    ou = sp.OU.linear(0.2, 3.0, sigma=1.3, T=1.0)
+    m, var = torch.tensor([0.8, -0.4], dtype=D64), 0.3
+    target = sp.Gaussian(m, var * torch.eye(2, dtype=D64))
+    shift = torch.tensor([0.25, -0.1], dtype=D64)
+    inside = lambda t: 0.2 <= t <= 0.7  # noqa: E731
+    x_T = 1.3 * torch.randn(500, 2, generator=_gen(3), dtype=D64)
+    base = sp.sample_ou_reverse(lambda x, t: ou.score(target, x, t), ou, x_T, 2000, generator=_gen(4))
+    moved = sp.sample_ou_reverse(lambda x, t: ou.score(target, x, t) + shift * inside(t), ou, x_T, 2000,
+                                 generator=_gen(4))
+    diff = moved - base
+    assert float((diff - diff[0]).abs().max()) < 1e-10
+    delta = sp.ou_reverse_gaussian_law(m, var, ou, score_shift=shift, window=(0.2, 0.7))[0] - m
+    assert float((diff[0] - delta).norm()) < 0.01 * float(delta.norm())
+    # (2) Started at phi_{sigma^2}: mean and variance of 40 000 samples (1-D) within 5 standard
+    # errors plus the discretisation bias (0.005 at 500 steps).
+    # A short horizon (T = 0.4) so that the start error is larger than the tolerance.
+    short = sp.OU(sigma=1.3, beta=1.0, T=0.4)
+    m1 = torch.tensor([1.0], dtype=D64)
+    t1 = sp.Gaussian(m1, torch.tensor([[var]], dtype=D64))
+    y = sp.sample_ou_reverse(lambda x, t: short.score(t1, x, t), short,
+                             1.3 * torch.randn(40_000, 1, generator=_gen(5), dtype=D64), 500, generator=_gen(6))
+    mean_out, var_out = sp.ou_reverse_gaussian_law(m1, var, short, start="invariant")
+    n = y.shape[0]
+    assert abs(float(y.mean() - mean_out[0])) <= 5 * float(y.std()) / n ** 0.5 + 0.005
+    assert abs(float(y.var() - var_out)) <= 5 * float(y.var()) * (2 / n) ** 0.5 + 0.005
+    assert abs(float(mean_out[0]) - 1.0) > 0.1 and abs(float(var_out) - var) > 0.02  # visible errors
+
+
 def test_pinsker():
     assert sp.pinsker_tv(0.0) == 0.0 and abs(sp.pinsker_tv(0.18) - 0.3) < 1e-15 and sp.pinsker_tv(5.0) == 1.0
     kl = torch.tensor([0.0, 0.5, 10.0], dtype=D64)
@@ -250,6 +303,14 @@ BAD = [
     ("times", lambda: sp.kl_from_score_error(sp.Follmer(), torch.ones(5, dtype=D64), TT * 2)),
     ("initial_kl", lambda: sp.kl_from_score_error(sp.OU(), torch.ones(5, dtype=D64), TT, initial_kl=-1.0)),
     ("stderr", lambda: sp.kl_bound_stderr(sp.OU(), -torch.ones(5, dtype=D64), TT)),
+    ("var", lambda: sp.ou_reverse_sensitivity(0.5, 0.0, sp.OU())),
+    ("t", lambda: sp.ou_reverse_sensitivity(2.0, 1.0, sp.OU())),
+    ("sampler", lambda: sp.ou_reverse_sensitivity(0.5, 1.0, sp.OU(), "heun")),
+    ("mean", lambda: sp.ou_reverse_gaussian_law(torch.ones(2, 2, dtype=D64), 1.0, sp.OU())),
+    ("start", lambda: sp.ou_reverse_gaussian_law(torch.ones(2, dtype=D64), 1.0, sp.OU(), start="data")),
+    ("score_shift", lambda: sp.ou_reverse_gaussian_law(torch.ones(2, dtype=D64), 1.0, sp.OU(), score_shift=torch.ones(3, dtype=D64))),
+    ("window", lambda: sp.ou_reverse_gaussian_law(torch.ones(2, dtype=D64), 1.0, sp.OU(), score_shift=torch.ones(2, dtype=D64), window=(0.5, 2.0))),
+    ("window", lambda: sp.ou_reverse_gaussian_law(torch.ones(2, dtype=D64), 1.0, sp.OU(), score_shift=torch.ones(2, dtype=D64), window=(0.5, 0.2))),
     ("times", lambda: sp.kl_bound_stderr(sp.Follmer(), torch.ones(5, dtype=D64), TT * 2)),
     ("kl", lambda: sp.pinsker_tv(-0.5)),
     ("kl", lambda: sp.pinsker_tv(torch.tensor([0.1, NAN]))),

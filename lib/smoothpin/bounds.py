@@ -3,6 +3,8 @@
 gaussian_kl                  KL(N(m0, S0) || N(m1, S1)) = (tr(S1^-1 S0) + (m1-m0)^T S1^-1 (m1-m0) - d + ln det S1 / det S0) / 2
 ou_kl_to_invariant_gaussian  KL(p_t || N(0, sigma^2 I)) for a Gaussian target N(m, S) under OU:
                              p_t = N(a m, a^2 S + sigma^2 (1 - a^2) I), a = e^{-B(t)}
+ou_reverse_sensitivity       Psi(t) = a_t var / v_t (SDE) or sqrt(var / v_t) (ODE): a displacement at time t reaches the output times Psi
+ou_reverse_gaussian_law      exact output law of the reverse OU sampler for pi = N(m, var I), shifted score, start p_T or phi
 log_sobolev_decay_bound      KL(p_t || phi_{sigma^2}) <= e^{-2 B(t)} KL(pi || phi_{sigma^2})  (Gaussian LSI)
 kl_from_score_error          Girsanov + data processing: KL(pi || q) <= KL_init + (1/2) int g^2 E|s - s_hat|^2 dt
                              (OU, g^2 = 2 beta sigma^2, score errors), or (1/2) int E|b - b_hat|^2 / sigma^2 dt
@@ -16,9 +18,11 @@ import math
 
 import torch
 
-from ._checks import as_tensor_like, check_finite, check_nonneg, check_positive, check_tensor, check_time
+from ._checks import (as_tensor_like, check_choice, check_finite, check_int, check_nonneg, check_positive,
+                      check_tensor, check_time)
 
-__all__ = ["gaussian_kl", "ou_kl_to_invariant_gaussian", "log_sobolev_decay_bound",
+__all__ = ["gaussian_kl", "ou_kl_to_invariant_gaussian", "ou_reverse_sensitivity",
+           "ou_reverse_gaussian_law", "log_sobolev_decay_bound",
            "kl_from_score_error", "kl_bound_stderr", "pinsker_tv"]
 
 
@@ -76,6 +80,70 @@ def ou_kl_to_invariant_gaussian(mean, cov, t, process):
     a, s = process.mean_std(float(t))
     eye = torch.eye(d, dtype=mean.dtype, device=mean.device)
     return gaussian_kl(a * mean, a * a * cov + s * s * eye, torch.zeros_like(mean), process.sigma ** 2)
+
+
+
+def ou_reverse_sensitivity(t, var, process, sampler="sde"):
+    """Psi(t): the factor by which the exact-score reverse OU sampler for pi = N(m, var I) carries a
+    displacement made at forward time t to its output (time 0).
+
+    With a_t = e^{-B(t)} and v_t = sigma^2 + a_t^2 (var - sigma^2) (the variance of p_t), the linear
+    part of the reverse drift integrates to Psi(t) = a_t var / v_t for the SDE
+    (drift beta y + 2 beta sigma^2 grad log p_t) and Psi(t) = sqrt(var / v_t) for the
+    probability-flow ODE (drift beta y + beta sigma^2 grad log p_t). t: float or tensor in [0, T].
+    Raises ValueError for var <= 0, t outside [0, T] or an unknown sampler."""
+    check_positive("var", var)
+    check_choice("sampler", sampler, ("sde", "ode"))
+    t = check_time("t", t, *process.interval)
+    a, s = process.mean_std(t)
+    v = a * a * var + s * s
+    return a * var / v if sampler == "sde" else (var / v) ** 0.5
+
+
+def ou_reverse_gaussian_law(mean, var, process, *, start="p_T", sampler="sde", score_shift=None,
+                            window=None, n_quad=2001):
+    """Exact output law N(mean_out, var_out I) of the continuous-time reverse OU sampler (SDE or
+    probability-flow ODE) for pi = N(mean, var I), driven by the exact score plus a constant
+    ``score_shift`` (a (d,) vector) on the forward-time window W = ``window`` (default [0, T]) and
+    started at p_T (``start="p_T"``) or at phi_{sigma^2} = N(0, sigma^2 I) (``start="invariant"``).
+
+    Every drift is affine, so the output is Gaussian: with Psi = ``ou_reverse_sensitivity``,
+        mean_out = mean - [invariant] Psi(T) a_T mean + kappa sigma^2 (int_W beta(t) Psi(t) dt) score_shift,
+        var_out  = var + [invariant] (SDE: Psi(T)^2 (sigma^2 - v_T);  ODE: var sigma^2 / v_T - var),
+    kappa = 2 (SDE) or 1 (ODE), [invariant] = 1 for start="invariant" and 0 for start="p_T"; the
+    integral by the trapezoid rule on n_quad nodes. Returns (mean_out (d,), var_out 0-dim tensor).
+    Raises ValueError for bad shapes, var <= 0, an unknown start / sampler or a window outside [0, T].
+    """
+    mean = check_finite("mean", as_tensor_like(mean, name="mean"))
+    if mean.dim() != 1:
+        raise ValueError(f"mean: expected shape (d,), got {tuple(mean.shape)}")
+    check_positive("var", var)
+    check_choice("start", start, ("p_T", "invariant"))
+    check_choice("sampler", sampler, ("sde", "ode"))
+    T = process.interval[1]
+    var_t = as_tensor_like(var, mean, "var")
+    out_mean, out_var = mean.clone(), var_t.clone()
+    if start == "invariant":
+        a_T = process.mean_std(T)[0]
+        psi_T = ou_reverse_sensitivity(T, var, process, sampler)
+        v_T = a_T * a_T * var + process.sigma ** 2 * (1 - a_T * a_T)
+        out_mean = out_mean - psi_T * a_T * mean
+        out_var = (var_t + psi_T ** 2 * (process.sigma ** 2 - v_T) if sampler == "sde"
+                   else var_t * process.sigma ** 2 / v_T)
+    if score_shift is not None:
+        shift = check_finite("score_shift", as_tensor_like(score_shift, mean, "score_shift"))
+        if shift.shape != mean.shape:
+            raise ValueError(f"score_shift: expected shape {tuple(mean.shape)}, got {tuple(shift.shape)}")
+        t0, t1 = (0.0, T) if window is None else (float(window[0]), float(window[1]))
+        check_time("window", t0, 0.0, T)
+        check_time("window", t1, 0.0, T)
+        if not t0 < t1:
+            raise ValueError(f"window: expected t0 < t1, got ({t0:g}, {t1:g})")
+        t = torch.linspace(t0, t1, check_int("n_quad", n_quad, lo=2), dtype=mean.dtype, device=mean.device)
+        kappa = 2.0 if sampler == "sde" else 1.0
+        integral = torch.trapezoid(process.beta_at(t) * ou_reverse_sensitivity(t, var, process, sampler), t)
+        out_mean = out_mean + kappa * process.sigma ** 2 * integral * shift
+    return out_mean, out_var
 
 
 def log_sobolev_decay_bound(kl0, t, process):
