@@ -41,6 +41,10 @@ def mixture_params(name):
                          torch.tensor([[1e-3, 0.5e-3], [0.5e-3, 1e-3]], dtype=D64),
                          0.5 * torch.eye(2, dtype=D64)])
         return w, mu, S
+    if name == "two2d":    # unequal weights and variances (E|Y|^2 = 2.69 > d sigma^2 = 2 for sigma = 1)
+        w = torch.tensor([0.3, 0.7], dtype=D64)
+        mu = torch.tensor([[-1.5, 0.5], [1.0, -1.0]], dtype=D64)
+        return w, mu, torch.tensor([0.3, 0.5], dtype=D64)[:, None, None] * torch.eye(2, dtype=D64)
     if name == "gaussian":
         return (torch.ones(1, dtype=D64), torch.tensor([[0.5, -1.0]], dtype=D64),
                 torch.tensor([[[2.0, 0.6], [0.6, 0.5]]], dtype=D64))
@@ -48,9 +52,9 @@ def mixture_params(name):
 
 
 def build(name):
-    """The library object for a test mixture: isotropic constructor for iso5d, Gaussian for one."""
+    """The library object for a test mixture: isotropic constructor for iso5d / two2d, Gaussian for one."""
     w, mu, S = mixture_params(name)
-    if name == "iso5d":
+    if name in ("iso5d", "two2d"):
         return sp.GaussianMixture.isotropic(w, mu, S[:, 0, 0])
     if name == "gaussian":
         return sp.Gaussian(mu[0], S[0])

@@ -9,9 +9,7 @@ import torch
 
 import smoothpin as sp
 from smoothpin.metrics import gaussian_w2, kl_quadrature_2d, mmd, sample_floor, w2
-
-
-D64 = torch.float64
+from mixtures import D64, build  # tests/mixtures.py
 
 
 def _gen(seed):
@@ -183,9 +181,7 @@ def test_empirical_w2_between_gaussian_samples_brackets_the_closed_form():
 
 
 def _mixture():
-    return sp.GaussianMixture.isotropic(torch.tensor([0.3, 0.7], dtype=D64),
-                                        torch.tensor([[-1.5, 0.5], [1.0, -1.0]], dtype=D64),
-                                        torch.tensor([0.3, 0.5], dtype=D64))
+    return build("two2d")  # tests/mixtures.py
 
 
 @pytest.mark.parametrize("process", [sp.OU(sigma=1.3, beta=0.7, T=2.0), sp.Follmer(sigma=0.8)],

@@ -15,9 +15,7 @@ import torch
 
 import smoothpin as sp
 from smoothpin.sample import _run_follmer, euler_maruyama, follmer_times, ou_times, sample_follmer
-
-
-D64 = torch.float64
+from mixtures import D64, build  # tests/mixtures.py
 
 
 def _gen(seed):
@@ -25,10 +23,7 @@ def _gen(seed):
 
 
 def _mixture():
-    # a 2-D mixture with unequal weights and variances (E|Y|^2 = 2.69 > d sigma^2 = 2)
-    return sp.GaussianMixture.isotropic(torch.tensor([0.3, 0.7], dtype=D64),
-                                        torch.tensor([[-1.5, 0.5], [1.0, -1.0]], dtype=D64),
-                                        torch.tensor([0.3, 0.5], dtype=D64))
+    return build("two2d")  # tests/mixtures.py
 
 
 def _assert_moments(x, mean, cov, k=4.0):

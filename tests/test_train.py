@@ -10,9 +10,7 @@ import torch
 
 import smoothpin as sp
 from smoothpin.train import _regression_batch, crop_mlp, pad_mlp, progress_enabled
-
-
-D64 = torch.float64
+from mixtures import D64, build  # tests/mixtures.py
 
 
 def _gen(seed):
@@ -20,9 +18,7 @@ def _gen(seed):
 
 
 def _mixture():
-    return sp.GaussianMixture.isotropic(torch.tensor([0.3, 0.7], dtype=D64),
-                                        torch.tensor([[-1.5, 0.5], [1.0, -1.0]], dtype=D64),
-                                        torch.tensor([0.3, 0.5], dtype=D64))
+    return build("two2d")  # tests/mixtures.py
 
 
 def _exact(process, target):
