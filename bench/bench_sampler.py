@@ -21,13 +21,12 @@ default Brownian motion. Both results are checked to have the same mean and vari
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import measure  # noqa: E402
+from _timing import measure, run_child  # noqa: E402
 
 
 def _problem(name, dtype, device):
@@ -116,15 +115,9 @@ def main():
             if method == "torchsde" and sde_version is None:
                 res[method] = None
                 continue
-            cmd = [sys.executable, os.path.abspath(__file__), "--case", f"{method},{problem}",
-                   "--dtype", a.dtype, "--device", a.device, "--repeats", str(a.repeats),
-                   "--particles", str(a.particles), "--steps", str(a.steps), "--threads", str(a.threads)]
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode != 0:
-                res[method] = None
-                print(f"<!-- {method} {problem} failed: {p.stderr.strip().splitlines()[-1:]} -->")
-                continue
-            res[method] = json.loads(p.stdout.strip().splitlines()[-1])
+            res[method] = run_child(__file__, f"{method},{problem}", [
+                "--dtype", a.dtype, "--device", a.device, "--repeats", a.repeats,
+                "--particles", a.particles, "--steps", a.steps, "--threads", a.threads], f"{method} {problem}")
         s, b = res["smoothpin"], res["torchsde"]
         if s is None or b is None:
             st = f"{s['median_s']:.3f}" if s else "-"

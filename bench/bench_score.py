@@ -17,14 +17,12 @@ over --repeats calls after one warm-up call, in one process. Prints a markdown s
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import measure  # noqa: E402
+from _timing import measure, run_child  # noqa: E402
 
 
 def _mixture(K, d, dtype, device, seed=0):
@@ -90,15 +88,9 @@ def main():
     for K, d, n, chunk in ((8, 2, a.n2, a.n2), (16, 64, a.n64, min(a.chunk64, a.n64))):
         res = {}
         for method in ("smoothpin", "baseline"):
-            cmd = [sys.executable, os.path.abspath(__file__), "--case", f"{method},{K},{d},{n},{chunk}",
-                   "--dtype", a.dtype, "--device", a.device, "--repeats", str(a.repeats),
-                   "--threads", str(a.threads)]
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode != 0:
-                res[method] = None
-                print(f"<!-- {method} d={d} failed: {p.stderr.strip().splitlines()[-1:]} -->")
-                continue
-            res[method] = json.loads(p.stdout.strip().splitlines()[-1])
+            res[method] = run_child(__file__, f"{method},{K},{d},{n},{chunk}", [
+                "--dtype", a.dtype, "--device", a.device, "--repeats", a.repeats,
+                "--threads", a.threads], f"{method} d={d}")
         s, b = res["smoothpin"], res["baseline"]
         if s is None or b is None:
             print(f"| {d} | {K} | {n:.0e} | {s and round(s['median_s'], 3)} | {b and round(b['median_s'], 3)} "

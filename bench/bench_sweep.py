@@ -22,13 +22,12 @@ wins most where that overhead dominates (small networks, many members).
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import measure  # noqa: E402
+from _timing import measure, run_child  # noqa: E402
 
 SWEEPS = {"seeds": ([32], list(range(12))), "widths": ([4, 8, 16, 32, 64], [0, 1, 2]),
           "widths-wide": ([16, 32, 64, 128, 256], [0, 1])}
@@ -97,15 +96,9 @@ def main():
             if method == "pad" and len(widths) == 1:
                 res[method] = None  # one width: nothing to pad
                 continue
-            cmd = [sys.executable, os.path.abspath(__file__), "--case", f"{method},{sweep}",
-                   "--dtype", a.dtype, "--device", a.device, "--repeats", str(a.repeats),
-                   "--steps", str(a.steps), "--threads", str(a.threads)]
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode != 0:
-                res[method] = None
-                print(f"<!-- {method} {sweep} failed: {p.stderr.strip().splitlines()[-1:]} -->")
-                continue
-            res[method] = json.loads(p.stdout.strip().splitlines()[-1])
+            res[method] = run_child(__file__, f"{method},{sweep}", [
+                "--dtype", a.dtype, "--device", a.device, "--repeats", a.repeats,
+                "--steps", a.steps, "--threads", a.threads], f"{method} {sweep}")
         lo, sw, pad = res["loop"], res["sweep"], res["pad"]
         members = f"{len(widths)} widths {widths} x {len(seeds)} seeds"
         if lo is None or sw is None:
